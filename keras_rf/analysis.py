@@ -36,7 +36,7 @@ def analyze(model: keras.Model, batch_size: int = 1, input_shape: Optional[tuple
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     graph = build_graph(model, input_shape)
     geometries = _propagate(graph)
-    input_names = [c.operation.name for c in graph.calls if c.is_input]
+    input_names = graph.input_names
     spatial_sizes = [_spatial_size(geometries[key][i], shape)
                      for i, (key, shape) in enumerate(zip(graph.inputs, graph.input_shapes))]
     report = Report(

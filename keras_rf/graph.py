@@ -42,6 +42,7 @@ class ModelGraph:
     calls: list[GraphCall] = field(default_factory=list)
     inputs: list[TensorKey] = field(default_factory=list)
     input_shapes: list[tuple] = field(default_factory=list)
+    input_names: list[str] = field(default_factory=list)
     outputs: list[TensorKey] = field(default_factory=list)
     aliases: dict = field(default_factory=dict)
 
@@ -116,6 +117,7 @@ def build_graph(model, input_shape=None) -> ModelGraph:
     scope = ()
     graph.inputs = [(scope, id(t)) for t in functional.inputs]
     graph.input_shapes = [_shape(t) for t in functional.inputs]
+    graph.input_names = [t._keras_history.operation.name for t in functional.inputs]
     _walk(functional, graph, scope, depth=0, path=(), top_level=True)
     graph.outputs = [graph.resolve((scope, id(t))) for t in functional.outputs]
     return graph
