@@ -55,8 +55,9 @@ def analyze(model: keras.Model, batch_size: int = 1, input_shape: Optional[tuple
         geoms = geometries[graph.resolve(call.outputs[0])]
         report.layers.append(_layer_info(call, geoms, spatial_sizes, input_names, batch_size,
                                          seen_ops))
-    unknown_classes = sorted({i.class_name for i in report.layers if i.unknown_reason
-                              and i.unknown_reason.startswith("no rule")})
+    unknown_classes = sorted({type(c.operation).__name__ for c in graph.calls
+                              if not (c.is_input or c.is_container)
+                              and rules.find_rule(c.operation) is None})
     for name in unknown_classes:
         message = (f"keras_rf has no geometry rule for layer class {name}; its receptive field "
                    f"and those after it are shown as '?'. Declare one with "
