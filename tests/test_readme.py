@@ -4,6 +4,7 @@ import pathlib
 import re
 import sys
 
+import keras
 import pytest
 
 import keras_rf
@@ -17,6 +18,7 @@ def seed_report():
     sys.path.insert(0, str(ROOT / "examples"))
     from architectures import seed_architecture
 
+    keras.backend.clear_session()  # layer names (conv2d_1, ...) restart as in a fresh process
     return keras_rf.analyze(seed_architecture())
 
 
