@@ -318,3 +318,14 @@ def test_unit_windows_are_exposed():
     # c2 unit 3 (jump 4, first unit starts at -2) sees pixels 10..17.
     assert report.layer("c2").window((3, 0)) == ((10, 17), (-2, 5))
     assert math.prod(report.layer("c1").output_shape[1:3]) == 26 * 26
+
+
+def test_channels_first_axes_follow_the_layer_data_format():
+    x = inputs = keras.Input((3, 20, 24))
+    x = layers.Conv2D(2, (3, 5), strides=(1, 2), data_format="channels_first", name="c")(x)
+    x = layers.MaxPooling2D(2, data_format="channels_first", name="p")(x)
+    report = analyze(keras.Model(inputs, x))
+    assert report.input_spatial_size == (20, 24)
+    assert report.layer("c").receptive_field == (3, 5)
+    assert report.layer("p").receptive_field == (4, 7)
+    assert report.layer("p").effective_stride == (2, 4)
