@@ -203,6 +203,11 @@ def _describe(geom: TensorGeometry, input_size, info: Optional[LayerInfo]):
             info.sees_whole_input = True
             info.receptive_field = size
         return size
+    if geom.folded:
+        rf = tuple(a.receptive_field for a in sorted(geom.folded, key=lambda a: a.input_axis))
+        if info is not None:
+            info.receptive_field = rf
+        return rf
     spatial = geom.spatial
     if not spatial:
         return None

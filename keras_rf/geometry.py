@@ -225,11 +225,16 @@ class TensorGeometry:
     runs along a spatial axis of the input, None for channels/features. ``whole``
     means every unit depends on every input position (Flatten+Dense, global
     pooling, attention). ``unknown`` carries a reason when no rule applies.
+    ``folded`` holds the maps of spatial axes that a Flatten/Reshape merged into
+    tensor axis ``folded_at``: each unit still sees one box of that size, but
+    the axis has no stride; a layer that mixes it sees the whole input.
     """
 
     axes: tuple[Optional[AxisMap], ...] = ()
     whole: bool = False
     unknown: Optional[str] = None
+    folded: tuple[AxisMap, ...] = ()
+    folded_at: Optional[int] = None
 
     @property
     def spatial(self) -> tuple[AxisMap, ...]:

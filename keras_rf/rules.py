@@ -13,6 +13,7 @@ A layer may also declare its own rule with a ``receptive_field_rule`` attribute.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
 
@@ -79,6 +80,10 @@ def map_axes(geom: TensorGeometry, positions: Sequence[int], layer_maps: Sequenc
              out_rank: int) -> TensorGeometry:
     """Apply one LayerAxisMap per listed tensor axis; other axes keep their maps."""
     if geom.whole or geom.unknown:
+        return geom
+    if geom.folded:
+        if geom.folded_at in positions:
+            return unknown("a window slides over a flattened spatial axis")
         return geom
     axes = list(geom.axes)
     for pos, layer_map in zip(positions, layer_maps):
@@ -150,6 +155,8 @@ def mixes_axis(*axes: int) -> Rule:
             position = axis - 1 if axis > 0 else rank + axis
             if 0 <= position < len(geom.axes) and geom.axes[position] is not None:
                 return WHOLE
+            if geom.folded and position == geom.folded_at:
+                return WHOLE
         return pointwise(layer, call)
 
     return rule
@@ -170,6 +177,10 @@ def merge(layer, call: LayerCall) -> RuleResult:
         return next(g for g, _ in present if g.unknown)
     if any(g.whole for g, _ in present):
         return WHOLE
+    if any(g.folded for g, _ in present):
+        if all(g == present[0][0] for g, _ in present):
+            return present[0][0]
+        return unknown("merge of flattened spatial axes")
     out_shape = call.output_shapes[0]
     out_rank = len(out_shape) - 1
     concat_axis = getattr(layer, "axis", None) if type(layer).__name__ == "Concatenate" else None
@@ -308,26 +319,48 @@ def resizing(layer, call: LayerCall) -> RuleResult:
 
 
 def flatten_like(layer, call: LayerCall) -> RuleResult:
-    """Reshape/Flatten: keeps the geometry when the leading non-channel axes are
-    untouched (a reshape of the channel axis only), else mixes them into one."""
+    """Reshape/Flatten. Leading axes that keep their length keep their maps; spatial
+    axes merged into one output axis are *folded*: each unit still sees one box,
+    and a later layer that mixes that axis sees the whole input."""
     geom = call.input
     in_shape, out_shape = call.input_shape, call.output_shapes[0]
     if geom.whole or geom.unknown:
         return geom
+    if geom.folded:
+        if tuple(in_shape) == tuple(out_shape):
+            return geom
+        return unknown("reshape of an already flattened spatial axis")
     keep = 0
     while (keep < len(geom.axes) and keep < len(out_shape) - 1
            and in_shape[1 + keep] == out_shape[1 + keep] and in_shape[1 + keep] is not None):
         keep += 1
-    tail_spatial = any(a is not None for a in geom.axes[keep:])
-    if tail_spatial:
-        return WHOLE
-    return TensorGeometry(geom.axes[:keep] + (None,) * (len(out_shape) - 1 - keep))
+    tail = [i for i, a in enumerate(geom.axes) if a is not None and i >= keep]
+    out_rank = len(out_shape) - 1
+    if not tail:
+        return TensorGeometry(geom.axes[:keep] + (None,) * (out_rank - keep))
+    in_tail, out_tail = list(in_shape[1 + keep:]), list(out_shape[1 + keep:])
+    if None in in_tail or None in out_tail:
+        return unknown("reshape of spatial axes of unknown length")
+    if tail != list(range(tail[0], tail[-1] + 1)):
+        return unknown("reshape merges non-adjacent spatial axes")
+    first, last = tail[0] - keep, tail[-1] - keep
+    inner = math.prod(in_tail[last + 1:])
+    outer = math.prod(in_tail[first:])
+    for b in range(len(out_tail)):
+        if inner % math.prod(out_tail[b + 1:]) == 0 and math.prod(out_tail[b:]) % outer == 0:
+            folded = tuple(geom.axes[i] for i in tail)
+            return TensorGeometry(geom.axes[:keep] + (None,) * (out_rank - keep),
+                                  folded=folded, folded_at=keep + b)
+    return unknown("reshape splits spatial axes across several axes")
 
 
 def permute(layer, call: LayerCall) -> RuleResult:
     geom = call.input
     if geom.whole or geom.unknown:
         return geom
+    if geom.folded:
+        return TensorGeometry(geom.axes, folded=geom.folded,
+                              folded_at=list(layer.dims).index(geom.folded_at + 1))
     return TensorGeometry(tuple(geom.axes[d - 1] for d in layer.dims))
 
 
@@ -467,6 +500,10 @@ def _reduction(op, call: LayerCall) -> RuleResult:
                                               for a in (axis if isinstance(axis, (list, tuple)) else [axis])]
     if any(geom.axes[a] is not None for a in axes if 0 <= a < rank):
         return WHOLE
+    if geom.folded and geom.folded_at in axes:
+        return WHOLE
+    if geom.folded:
+        return unknown("reduction next to a flattened spatial axis")
     out_rank = len(call.output_shapes[0]) - 1
     if out_rank == rank:
         return geom

@@ -299,8 +299,28 @@ def test_flatten_dense_sees_whole_input():
     x = layers.Flatten(name="flat")(x)
     x = layers.Dense(3, name="dense")(x)
     report = analyze(keras.Model(inputs, x))
-    assert report.layer("flat").sees_whole_input
+    # Each flattened unit still sees one 3x3 box; the Dense that mixes them sees all.
+    assert report.layer("flat").receptive_field == (3, 3)
+    assert not report.layer("flat").sees_whole_input
+    assert report.layer("flat").effective_stride is None
+    assert report.layer("dense").sees_whole_input
     assert report.layer("dense").receptive_field == (12, 10)
+    assert report.last_spatial_layer.class_name == "Conv2D"
+
+
+def test_tokens_from_patches_keep_their_box_until_mixed():
+    x = inputs = keras.Input((32, 32, 3))
+    x = layers.Conv2D(8, 8, strides=8, name="patches")(x)
+    x = layers.Reshape((16, 8), name="tokens")(x)
+    x = layers.Dense(8, name="per_token")(x)
+    x = layers.LayerNormalization(name="norm")(x)
+    y = layers.MultiHeadAttention(2, 4, name="mha")(x, x)
+    pooled = layers.GlobalAveragePooling1D(name="pool")(x)
+    report = analyze(keras.Model(inputs, [y, pooled]))
+    for name in ("tokens", "per_token", "norm"):
+        assert report.layer(name).receptive_field == (8, 8), name
+    assert report.layer("mha").sees_whole_input
+    assert report.layer("pool").receptive_field == (32, 32)
 
 
 def test_conv1d_causal_and_dense_per_step():
