@@ -72,6 +72,7 @@ def conv_block_net(
     padding: str = "valid",
     activation: Optional[str] = "relu",
     batch_norm: bool = False,
+    bn_momentum: float = 0.9,
     dropout: float = 0.0,
     separable: Union[bool, Sequence] = False,
     dilation: Union[int, Sequence] = 1,
@@ -94,6 +95,8 @@ def conv_block_net(
       activation: after every conv (the 1x1 transitions too unless
         ``transition_activation=False``).
       batch_norm: conv (no bias) -> BatchNormalization -> activation.
+      bn_momentum: of the BatchNorm moving statistics (0.9: they settle within the
+        few hundred steps of a short run; Keras' default is 0.99).
       dropout: rate of a Dropout after every block conv but the network's last one.
       separable: use SeparableConv2D; bool, per block, or per conv within a block
         (e.g. ``[False, False, (False, True)]``).
@@ -137,7 +140,7 @@ def conv_block_net(
             return conv_cls(filters, kernel, padding=padding, dilation_rate=dil,
                             activation=act, name=name)(x)
         x = conv_cls(filters, kernel, padding=padding, dilation_rate=dil, use_bias=False, name=name)(x)
-        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+        x = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn")(x)
         if act:
             x = layers.Activation(act, name=f"{name}_act")(x)
         return x

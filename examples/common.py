@@ -67,6 +67,8 @@ def make_parser(description: str, *, datasets: list[str], models: list[str], def
     p.add_argument("--backend", choices=["tensorflow", "jax", "torch"], default=None,
                    help="Keras backend (default: KERAS_BACKEND or Keras' default)")
     p.add_argument("--cpu", action="store_true", help="hide GPUs: run on the CPU")
+    p.add_argument("--workers", type=int, default=1,
+                   help="threads that prepare (augment) batches; >1 helps keep a GPU busy")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", type=int, default=2, help="model.fit verbosity")
     return p
@@ -226,34 +228,39 @@ AUGMENTATIONS = {
 }
 
 
-def make_batches(x, y, batch_size, *, mean, std, augment=None, cutout_size=0, shuffle=True, seed=0):
+def make_batches(x, y, batch_size, *, mean, std, augment=None, cutout_size=0, shuffle=True, seed=0,
+                 workers=1):
     """A keras.utils.PyDataset of normalised float32 batches, augmented on the fly."""
     import keras
 
     class Batches(keras.utils.PyDataset):
         def __init__(self):
-            super().__init__()
-            self.rng = np.random.default_rng(seed)
+            super().__init__(workers=workers, use_multiprocessing=False,
+                             max_queue_size=max(10, 2 * workers))
+            self.epoch = 0
             self.order = np.arange(len(x))
             if shuffle:
-                self.rng.shuffle(self.order)
+                np.random.default_rng([seed, 0]).shuffle(self.order)
 
         def __len__(self):
             return math.ceil(len(x) / batch_size)
 
         def __getitem__(self, i):
+            # One generator per (epoch, batch): reproducible, and safe with worker threads.
+            rng = np.random.default_rng([seed, self.epoch, i, 1])
             idx = np.sort(self.order[i * batch_size:(i + 1) * batch_size])
             xb = x[idx].astype(np.float32) / 255.0
             if augment is not None:
-                xb = AUGMENTATIONS[augment](xb, self.rng)
+                xb = AUGMENTATIONS[augment](xb, rng)
             xb = (xb - mean) / std
             if cutout_size:
-                xb = cutout(xb, self.rng, cutout_size)
+                xb = cutout(xb, rng, cutout_size)
             return xb.astype(np.float32), y[idx].astype(np.int32)
 
         def on_epoch_end(self):
+            self.epoch += 1
             if shuffle:
-                self.rng.shuffle(self.order)
+                np.random.default_rng([seed, self.epoch]).shuffle(self.order)
 
     return Batches()
 
@@ -473,7 +480,8 @@ def _run(args, keras, keras_rf, MODELS, device, policy, augment, cutout_size, ar
     # -- optimisation ------------------------------------------------------------
     train_batches = make_batches(x_train, y_train, args.batch_size, mean=mean, std=std,
                                  augment=augment if args.augment else None,
-                                 cutout_size=cutout_size if args.augment else 0, seed=args.seed)
+                                 cutout_size=cutout_size if args.augment else 0, seed=args.seed,
+                                 workers=args.workers)
     steps = len(train_batches)
     schedule = one_cycle(args.lr, steps * args.epochs)
     if args.optimizer == "sgd":
