@@ -8,6 +8,7 @@ from keras_rf import rules
 from keras_rf.analysis import analyze
 from keras_rf.graph import ModelNotReadyError
 from keras_rf.planning import Plan, plan
+from keras_rf.plotting import draw_receptive_field
 from keras_rf.report import LayerInfo, Report
 from keras_rf.rules import LayerCall, Window, register_rule, unregister_rule
 
@@ -28,4 +29,4 @@ def rf_summary(model, batch_size: int = 1, print_fn: Optional[Callable[[str], An
 
 __all__ = ["analyze", "rf_summary", "Report", "LayerInfo", "LayerCall", "Window",
            "register_rule", "unregister_rule", "rules", "ModelNotReadyError",
-           "plan", "Plan"]
+           "draw_receptive_field", "plan", "Plan"]
