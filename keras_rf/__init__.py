@@ -6,6 +6,7 @@ from typing import Any, Callable, Optional
 
 from keras_rf import rules
 from keras_rf.analysis import analyze
+from keras_rf.erf import EffectiveReceptiveField, effective_receptive_field
 from keras_rf.graph import ModelNotReadyError
 from keras_rf.planning import Plan, plan
 from keras_rf.plotting import draw_receptive_field
@@ -29,4 +30,5 @@ def rf_summary(model, batch_size: int = 1, print_fn: Optional[Callable[[str], An
 
 __all__ = ["analyze", "rf_summary", "Report", "LayerInfo", "LayerCall", "Window",
            "register_rule", "unregister_rule", "rules", "ModelNotReadyError",
-           "draw_receptive_field", "plan", "Plan"]
+           "draw_receptive_field", "effective_receptive_field", "EffectiveReceptiveField",
+           "plan", "Plan"]
