@@ -28,7 +28,8 @@ class EffectiveReceptiveField:
     ``map`` has the model input's spatial shape (rows, cols) and holds the mean, over
     inputs, of |d unit / d pixel| summed over input channels. ``radius`` is the radius
     (input pixels, around ``centre``) of the disc that holds ``fraction`` of the map's
-    mass; compare it with ``theoretical_radius``, half the theoretical RF.
+    mass; compare it with ``uniform_radius``, the same radius for an ERF that filled the
+    theoretical RF evenly (``relative_radius`` is their ratio).
     """
 
     map: np.ndarray
@@ -52,10 +53,21 @@ class EffectiveReceptiveField:
         return max(self.receptive_field) / 2
 
     @property
+    def uniform_radius(self) -> Optional[float]:
+        """The ``fraction`` radius if every pixel of the theoretical window (inside the
+        image) counted alike: what ``radius`` would be if the ERF filled the RF."""
+        if self.window is None:
+            return None
+        uniform = np.zeros_like(self.map, dtype=float)
+        uniform[tuple(slice(max(lo, 0), hi + 1) for lo, hi in self.window)] = 1.0
+        return mass_radius(uniform, self.centre, self.fraction)
+
+    @property
     def relative_radius(self) -> Optional[float]:
-        """``radius / theoretical_radius``: well below 1 for a real network."""
-        t = self.theoretical_radius
-        return None if not t else self.radius / t
+        """``radius / uniform_radius``: 1 if the ERF filled the theoretical RF evenly;
+        well below 1 for a real network (Luo et al.)."""
+        u = self.uniform_radius
+        return None if not u else self.radius / u
 
     def radius_for(self, fraction: float) -> float:
         """Radius around ``centre`` holding ``fraction`` of the mass (0.5: the median radius)."""
@@ -78,9 +90,11 @@ class EffectiveReceptiveField:
         rf = "x".join(str(r) for r in self.receptive_field) if self.receptive_field else "?"
         text = (f"ERF of {self.layer} unit {self.position} over {self.n_inputs} inputs: "
                 f"{self.fraction:.0%} of the gradient mass within radius {self.radius:.1f} px")
-        if self.theoretical_radius:
-            text += (f"; theoretical RF {rf} (half-width {self.theoretical_radius:g} px), "
-                     f"ratio {self.relative_radius:.2f}")
+        if self.uniform_radius:
+            text += (f"; the theoretical RF {rf}, filled evenly, would need "
+                     f"{self.uniform_radius:.1f} px (ratio {self.relative_radius:.2f})")
+        elif self.receptive_field:
+            text += f"; theoretical RF {rf}"
         return text
 
     def __str__(self) -> str:
@@ -91,6 +105,7 @@ class EffectiveReceptiveField:
                 "radius": self.radius, "fraction": self.fraction,
                 "receptive_field": list(self.receptive_field) if self.receptive_field else None,
                 "theoretical_radius": self.theoretical_radius,
+                "uniform_radius": self.uniform_radius,
                 "relative_radius": self.relative_radius, "n_inputs": self.n_inputs,
                 "backend": self.backend}
 
@@ -205,6 +220,19 @@ def _plot_profiles(erf: EffectiveReceptiveField, ax) -> None:
 # ---------------------------------------------------------------------------
 # Computing it
 # ---------------------------------------------------------------------------
+
+def cumulative_mass(weights: np.ndarray, centre: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """(radii, fraction of the total held by pixels within each radius of ``centre``),
+    over the distinct pixel distances, increasing."""
+    weights = np.asarray(weights, dtype=float)
+    grids = np.meshgrid(*[np.arange(n) for n in weights.shape], indexing="ij")
+    dist = np.sqrt(sum((g - c) ** 2 for g, c in zip(grids, centre))).ravel()
+    order = np.argsort(dist, kind="stable")
+    radii, cumulative = dist[order], np.cumsum(weights.ravel()[order])
+    last = np.r_[radii[1:] != radii[:-1], True]  # one point per distinct distance
+    total = cumulative[-1] if cumulative[-1] > 0 else 1.0
+    return radii[last], cumulative[last] / total
+
 
 def mass_radius(weights: np.ndarray, centre: Sequence[float], fraction: float = 0.95) -> float:
     """Smallest radius r such that pixels whose centres lie within r of ``centre``
@@ -405,7 +433,7 @@ def _input_gradient(sub, x: np.ndarray, select) -> np.ndarray:
             y, _ = sub.stateless_call(trainable, non_trainable, xx, training=False)
             return select(y)
 
-        return np.asarray(jax.grad(f)(jnp.asarray(x)))
+        return np.asarray(jax.jit(jax.grad(f))(jnp.asarray(x)))
     if backend == "torch":
         import torch
 

@@ -157,3 +157,16 @@ def test_same_erf_on_other_backends(backend):
     np.testing.assert_allclose(np.array(other["ones"]), ones.map, rtol=1e-5)
     np.testing.assert_allclose(np.array(other["relu"]), relu.map, rtol=1e-3, atol=1e-6)
     assert other["radius"] == pytest.approx(relu.radius)
+
+
+def test_example_before_after_quick(tmp_path):
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import erf_before_after
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+    out = tmp_path / "erf.png"
+    before, after = erf_before_after.main(["--quick", "--out", str(out)])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert before.receptive_field == after.receptive_field == (25, 25)
+    assert before.radius < before.uniform_radius and after.radius < after.uniform_radius
