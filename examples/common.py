@@ -345,7 +345,10 @@ def estimated_memory(model, batch_size: int, optimizer) -> tuple[Optional[int], 
     try:
         from keras_rf import estimate_memory
     except ImportError:
-        return None, None
+        try:
+            from keras_rf.memory import estimate_memory
+        except ImportError:
+            return None, None
     try:
         est = estimate_memory(model, batch_size, optimizer=optimizer)
     except Exception as err:
@@ -570,7 +573,8 @@ def _run(args, keras, keras_rf, MODELS, device, policy, augment, cutout_size, ar
         f.write("epoch," + ",".join(keys) + "\n")
         for i in range(len(hist.get("loss", []))):
             f.write(f"{i + 1}," + ",".join(str(hist[k][i]) if i < len(hist[k]) else "" for k in keys) + "\n")
-    title = (f"{model.name} on {args.dataset}{' (synthetic)' if args.synthetic else ''}: {params:,} params, "
+    title = (f"{model.name} on {args.dataset}{' (synthetic)' if args.synthetic else ''} "
+             f"({len(x_train):,} train / {len(x_test):,} test): {params:,} params, "
              f"last RF {last_rf} on {input_size}, test acc {test_acc:.4f}")
     results["curves_png"] = plot_curves(hist, out / "curves.png", title,
                                         "test" if x_val is None else "held-out")
