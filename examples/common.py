@@ -91,6 +91,7 @@ def setup_environment(args: argparse.Namespace) -> None:
         os.environ["KERAS_BACKEND"] = args.backend
     if args.cpu:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        os.environ["JAX_PLATFORMS"] = "cpu"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if "keras" in sys.modules and args.backend:
         import keras
