@@ -109,13 +109,14 @@ class EffectiveReceptiveField:
                 "relative_radius": self.relative_radius, "n_inputs": self.n_inputs,
                 "backend": self.backend}
 
-    def plot(self, path=None, *, axes=None, title: Optional[str] = None, zoom: bool = False,
-             cmap: str = "magma"):
+    def plot(self, path=None, *, axes=None, title: Optional[str] = None,
+             zoom: Optional[bool] = None, cmap: str = "magma"):
         """The ERF heat map with the theoretical RF box and the ``fraction`` disc (left),
         and its row/column profiles against the theoretical window (right).
 
         ``axes``: two matplotlib axes to draw into (else a new Figure is returned).
-        ``zoom`` crops the map to the theoretical window plus a margin.
+        ``zoom`` crops the map to the theoretical window plus a margin (default: when
+        the window is small next to the image).
         """
         from keras_rf.plotting import _finish, new_figure
 
@@ -124,6 +125,9 @@ class EffectiveReceptiveField:
             fig = new_figure(figsize=(11, 4.6), layout="constrained")
             axes = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.15]})
         ax_map, ax_prof = axes
+        if zoom is None:
+            zoom = self.window is not None and np.prod(
+                [hi - lo + 1 for lo, hi in self.window]) < 0.4 * self.map.size
         _plot_map(self, ax_map, zoom, cmap)
         _plot_profiles(self, ax_prof)
         figure = fig or ax_map.figure
@@ -206,6 +210,8 @@ def _plot_profiles(erf: EffectiveReceptiveField, ax) -> None:
         hi = max(erf.window[a][1] - erf.centre[a] for a in range(2))
         ax.axvspan(lo - 0.5, hi + 0.5, color="#4fc3f7", alpha=0.15,
                    label=f"theoretical RF ({erf.receptive_field[0]} px)")
+        margin = max(2, (hi - lo) // 6)
+        ax.set_xlim(lo - 0.5 - margin, hi + 0.5 + margin)
     ax.axvline(-erf.radius, color="#2ca02c", ls="--", lw=1.5)
     ax.axvline(erf.radius, color="#2ca02c", ls="--", lw=1.5,
                label=f"± radius {erf.radius:.1f} ({erf.fraction:.0%} of the mass)")
@@ -214,7 +220,7 @@ def _plot_profiles(erf: EffectiveReceptiveField, ax) -> None:
     ax.set_ylim(0, 1.12)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper right")
-    ax.set_title(erf.summary().replace(": ", ":\n", 1), fontsize=8.5)
+    ax.set_title(erf.summary().replace(": ", ":\n", 1).replace("; ", ";\n", 1), fontsize=8.5)
 
 
 # ---------------------------------------------------------------------------

@@ -100,6 +100,7 @@ def test_summary_json_matches_analyze(saved, capsys):
 def test_summary_markdown_and_html(saved, capsys):
     code, out, _ = run(capsys, "summary", saved / "small.keras", "--format", "markdown")
     assert code == 0 and "| c2 (Conv2D)" in out
+    assert "|\n\nTotal params:" in out  # a paragraph, not a table row, when rendered
     code, out, _ = run(capsys, "summary", saved / "small.keras", "--format", "html")
     assert code == 0
     assert out.lstrip().startswith("<!DOCTYPE html>") and "<table>" in out
