@@ -478,6 +478,16 @@ def _register_builtins() -> None:
           "RandomSharpness", "RandomColorDegeneration", "Solarization", "AutoContrast",
           "Equalization", "RandAugment", "AugMix", "MixUp", "CutMix"], L, pointwise)
 
+    # Layers private to keras.applications: ConvNeXt's per-channel scale and
+    # drop-path, Inception-ResNet-v2's `x + scale * residual`.
+    try:
+        from keras.src.applications import convnext, inception_resnet_v2
+    except ImportError:  # pragma: no cover - other Keras layouts
+        pass
+    else:
+        each(["LayerScale", "StochasticDepth"], convnext, pointwise)
+        each(["CustomScaleLayer"], inception_resnet_v2, merge)
+
     # keras.ops called on symbolic tensors become graph nodes too.
     each(["Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Maximum", "Minimum",
           "Power", "Where", "Concatenate"], knp, merge)
