@@ -69,7 +69,8 @@ def test_core_suite_passes_on(backend):
         pytest.skip(f"{backend} is not installed")
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "tests/test_core.py", "tests/test_readme.py"],
+                           "tests/test_core.py", "tests/test_readme.py", "tests/test_memory.py",
+                           "tests/test_callback.py"],
                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert " passed" in proc.stdout.splitlines()[-1]
