@@ -132,31 +132,6 @@ def accelerator() -> dict[str, Any]:
     return {"backend": backend, "kind": kind, "name": name, "cpu_count": os.cpu_count()}
 
 
-def device_peak_memory() -> Optional[int]:
-    """Peak accelerator memory in bytes, None on the CPU or where the backend has no counter.
-    (Fallback for when keras_rf.RFCallback is not available.)"""
-    import keras
-
-    backend = keras.backend.backend()
-    try:
-        if backend == "tensorflow":
-            import tensorflow as tf
-            if tf.config.list_physical_devices("GPU"):
-                return int(tf.config.experimental.get_memory_info("GPU:0")["peak"])
-        elif backend == "jax":
-            import jax
-            stats = jax.devices()[0].memory_stats()
-            if stats and "peak_bytes_in_use" in stats:
-                return int(stats["peak_bytes_in_use"])
-        elif backend == "torch":
-            import torch
-            if torch.cuda.is_available():
-                return int(torch.cuda.max_memory_allocated())
-    except Exception:
-        return None
-    return None
-
-
 def peak_rss_bytes() -> Optional[int]:
     """Peak resident memory of this process (host RAM; Linux reports KiB)."""
     try:
@@ -328,28 +303,16 @@ def timing_callback(n_train: int):
     return Timing()
 
 
-def rf_callback():
-    """keras_rf.RFCallback when this keras_rf has it (the summary is printed by the
-    script already, so the callback's own print goes nowhere), else None."""
-    try:
-        from keras_rf import RFCallback
-    except ImportError:
-        return None
-    try:
-        return RFCallback(print_fn=lambda *a, **k: None)
-    except TypeError:
-        return RFCallback()
+def rf_callback(batch_size: int):
+    """keras_rf.RFCallback for this batch size (the summary is printed by the script
+    already, so the callback's own print goes nowhere)."""
+    from keras_rf import RFCallback
+    return RFCallback(batch_size=batch_size, print_fn=lambda *a, **k: None)
 
 
 def estimated_memory(model, batch_size: int, optimizer) -> tuple[Optional[int], Optional[dict]]:
-    """keras_rf.estimate_memory(...).total_bytes when available."""
-    try:
-        from keras_rf import estimate_memory
-    except ImportError:
-        try:
-            from keras_rf.memory import estimate_memory
-        except ImportError:
-            return None, None
+    """keras_rf.estimate_memory(...).total_bytes and its breakdown (None if it fails)."""
+    from keras_rf import estimate_memory
     try:
         est = estimate_memory(model, batch_size, optimizer=optimizer)
     except Exception as err:
@@ -501,13 +464,12 @@ def _run(args, keras, keras_rf, MODELS, device, policy, augment, cutout_size, ar
                                                               y_val.astype(np.int32))
 
     callbacks = [timing_callback(len(x_train))]
-    rfcb = rf_callback()
-    if rfcb is not None:
-        callbacks.append(rfcb)
+    rfcb = rf_callback(args.batch_size)
+    callbacks.append(rfcb)
     print(f"Training {args.epochs} epoch(s), batch {args.batch_size}, {steps} steps/epoch, "
           f"{args.optimizer} one-cycle peak lr {args.lr}, augmentation "
           f"{(augment + (f'+cutout{cutout_size}' if cutout_size else '')) if args.augment else 'none'}"
-          f"{'' if rfcb else ' (keras_rf.RFCallback not available)'}")
+          )
     t0 = time.perf_counter()
     history = model.fit(train_batches, epochs=args.epochs, validation_data=validation,
                         validation_batch_size=max(args.batch_size, 256),
@@ -520,8 +482,11 @@ def _run(args, keras, keras_rf, MODELS, device, policy, augment, cutout_size, ar
     epoch_seconds = hist.get("epoch_seconds", [])
     # The first epoch includes tracing/compilation: the median is the steady state.
     median_epoch = statistics.median(epoch_seconds) if epoch_seconds else None
-    peak_values = [v for v in hist.get("peak_memory_bytes", []) if v is not None]
-    peak = int(max(peak_values)) if peak_values else (None if rfcb else device_peak_memory())
+    # NaN where the backend cannot measure (TensorFlow / torch on CPU): recorded as null
+    peak_values = [v for v in hist.get("peak_memory_bytes", []) if v is not None and v == v]
+    peak = int(max(peak_values)) if peak_values else None
+    hist = {k: [None if (isinstance(v, float) and v != v) else v for v in vals]
+            for k, vals in hist.items()}
     est_from_logs = [v for v in hist.get("estimated_memory_bytes", []) if v is not None]
     if est_bytes is None and est_from_logs:
         est_bytes = int(est_from_logs[-1])
@@ -566,7 +531,7 @@ def _run(args, keras, keras_rf, MODELS, device, policy, augment, cutout_size, ar
         "dtype_policy": policy,
         "device": device,
         "keras_version": keras.__version__,
-        "rf_callback": rfcb is not None,
+        "peak_memory_method": rfcb.peak_method or rfcb.unavailable_reason,
     }
     (out / "history.json").write_text(json.dumps(hist, indent=1) + "\n")
     keys = list(hist)

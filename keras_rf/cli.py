@@ -157,7 +157,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
     elif args.format == "html":
         print(HTML_PAGE.format(title="keras-rf plan", body=result.to_html()))
     elif args.format == "markdown":
-        print(markdown_blocks(result.to_markdown()))
+        print(result.to_markdown())
     else:
         print(result.to_text())
 
@@ -176,9 +176,6 @@ def cmd_summary(args: argparse.Namespace) -> None:
         model, input_shape = with_input_shape(model, args.input_shape, custom_objects)
     kwargs: dict[str, Any] = {"batch_size": args.batch_size, "input_shape": input_shape}
     if args.optimizer is not None:
-        if "optimizer" not in inspect.signature(keras_rf.rf_summary).parameters:
-            raise CLIError("--optimizer: this version of keras_rf cannot estimate training memory "
-                           "(rf_summary has no optimizer parameter)")
         kwargs["optimizer"] = args.optimizer
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the report carries its own warnings
@@ -195,7 +192,7 @@ def cmd_summary(args: argparse.Namespace) -> None:
     elif args.format == "html":
         print(HTML_PAGE.format(title=f"keras-rf: {report.model_name}", body=report.to_html()))
     elif args.format == "markdown":
-        print(markdown_blocks(report.to_markdown()))
+        print(report.to_markdown())
     else:
         print(report.to_text())
         hint = _unknown_size_hint(report)
@@ -205,19 +202,6 @@ def cmd_summary(args: argparse.Namespace) -> None:
         fig = report.plot()
         fig.savefig(args.plot, dpi=120, bbox_inches="tight")
         print(f"Saved the plot to {args.plot}", file=sys.stderr)
-
-
-def markdown_blocks(text: str) -> str:
-    """Separate a table from the lines around it with blank lines, so that Markdown
-    renders the title and footer as paragraphs, not as extra table rows."""
-    blocks: list[list[str]] = []
-    for line in text.splitlines():
-        is_table = line.lstrip().startswith("|")
-        if blocks and is_table and blocks[-1][0].lstrip().startswith("|"):
-            blocks[-1].append(line)
-        else:
-            blocks.append([line])
-    return "\n\n".join("\n".join(block) for block in blocks)
 
 
 def _unknown_size_hint(report) -> Optional[str]:

@@ -111,10 +111,11 @@ class Plan:
                  f"{self.input_size}x{self.input_size} input, target RF {self.target_rf}")
         table = tabulate(self.rows(), headers=self.HEADERS, tablefmt=tablefmt,
                          disable_numparse=True, colalign=("right", "left", "right", "right", "right"))
-        return "\n".join([title, table, self.verdict()])
+        # Markdown needs blank lines, or the lines next to a table read as rows
+        return ("\n\n" if tablefmt == "pipe" else "\n").join([title, table, self.verdict()])
 
     def to_markdown(self) -> str:
-        return self.to_text("github")
+        return self.to_text("pipe")
 
     def to_html(self) -> str:
         import html

@@ -90,25 +90,40 @@ def footer_lines(report) -> list[str]:
     return lines
 
 
+COLALIGN = ("left", "left", "right", "right", "right", "right", "right", "right")
+
+
+def _after_table(report, notes) -> list[str]:
+    lines = [f"[{number}] ? = cannot be known: {reason}" for reason, number in notes.items()]
+    lines.extend(footer_lines(report))
+    lines.extend(f"Warning: {warning}" for warning in report.warnings)
+    return lines
+
+
 def render_report(report, tablefmt: str = "simple") -> str:
     rows, notes = _rows(report)
     table = tabulate(rows, headers=HEADERS, tablefmt=tablefmt, disable_numparse=True,
-                     colalign=("left", "left", "right", "right", "right", "right", "right", "right"))
-    lines = [f'Model: "{report.model_name}"', table]
-    for reason, number in notes.items():
-        lines.append(f"[{number}] ? = cannot be known: {reason}")
-    lines.extend(footer_lines(report))
-    for warning in report.warnings:
-        lines.append(f"Warning: {warning}")
-    return "\n".join(lines)
+                     colalign=COLALIGN)
+    return "\n".join([f'Model: "{report.model_name}"', table] + _after_table(report, notes))
+
+
+def render_markdown(report) -> str:
+    """Blank lines around the table and between footer lines: Markdown would
+    otherwise read the lines next to a table as more rows."""
+    rows, notes = _rows(report)
+    table = tabulate(rows, headers=HEADERS, tablefmt="pipe", disable_numparse=True,
+                     colalign=COLALIGN)
+    escape = lambda text: text.replace("|", "\\|")  # noqa: E731
+    blocks = [f'**Model: "{escape(report.model_name)}"**', table]
+    blocks += [escape(line.strip()) for line in _after_table(report, notes)]
+    return "\n\n".join(blocks)
 
 
 def render_html(report) -> str:
     rows, notes = _rows(report)
-    table = tabulate(rows, headers=HEADERS, tablefmt="html", disable_numparse=True)
+    table = tabulate(rows, headers=HEADERS, tablefmt="html", disable_numparse=True,
+                     colalign=COLALIGN)
     parts = [f"<div class='keras-rf'><p><b>Model: {html.escape(report.model_name)}</b></p>", table]
-    for reason, number in notes.items():
-        parts.append(f"<p>[{number}] ? = cannot be known: {html.escape(reason)}</p>")
-    parts.extend(f"<p>{html.escape(line)}</p>" for line in footer_lines(report))
+    parts.extend(f"<p>{html.escape(line)}</p>" for line in _after_table(report, notes))
     parts.append("</div>")
     return "\n".join(parts)

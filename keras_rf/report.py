@@ -184,7 +184,9 @@ class Report:
         return render_report(self, tablefmt=tablefmt)
 
     def to_markdown(self) -> str:
-        return self.to_text("github")
+        """GitHub Markdown: the table, with its title and footer as paragraphs."""
+        from keras_rf.render import render_markdown
+        return render_markdown(self)
 
     def to_html(self) -> str:
         from keras_rf.render import render_html

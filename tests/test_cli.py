@@ -186,14 +186,15 @@ def test_plot_option(saved, capsys, tmp_path):
 
 
 def test_optimizer_flag(saved, capsys):
-    if "optimizer" not in inspect.signature(keras_rf.rf_summary).parameters:
-        code, _, err = run(capsys, "summary", saved / "small.keras", "--optimizer", "adam")
-        assert code == 1 and "--optimizer" in err
-        pytest.skip("rf_summary has no optimizer parameter yet")
     code, out, err = run(capsys, "summary", saved / "small.keras", "--optimizer", "adam",
                          "--format", "json")
     assert code == 0, err
-    assert json.loads(out)["training_memory"] is not None
+    memory = json.loads(out)["training_memory"]
+    assert memory["optimizer"] == "Adam" and memory["batch_size"] == 1
+    model = keras.saving.load_model(saved / "small.keras")
+    assert memory["total_bytes"] == keras_rf.estimate_memory(model, 1, optimizer="adam").total_bytes
+    code, out, _ = run(capsys, "summary", saved / "small.keras", "--optimizer", "adamm")
+    assert code == 1 and "Unknown optimizer 'adamm'" in out + _
 
 
 def test_plan_table(capsys):

@@ -349,3 +349,19 @@ def test_channels_first_axes_follow_the_layer_data_format():
     assert report.layer("c").receptive_field == (3, 5)
     assert report.layer("p").receptive_field == (4, 7)
     assert report.layer("p").effective_stride == (2, 4)
+
+
+def test_markdown_keeps_title_and_footer_out_of_the_table():
+    model = keras.Sequential([keras.Input((10, 10, 1)), layers.Conv2D(2, 3, name="c"),
+                              layers.Flatten(), layers.Dense(2)])
+    blocks = keras_rf.analyze(model).to_markdown().split("\n\n")
+    tables = [b for b in blocks if b.startswith("|")]
+    assert len(tables) == 1
+    rows = tables[0].splitlines()
+    assert all(row.startswith("|") and row.endswith("|") for row in rows)
+    assert len(rows) == 2 + len(model.layers) + 1  # header, rule, input layer + layers
+    assert "---:" in rows[1]  # numbers right-aligned
+    assert any(b.startswith("Total params: 278") for b in blocks)
+    assert any("3x3 on a 10x10 input" in b for b in blocks)
+    html = keras_rf.analyze(model)._repr_html_()
+    assert html.count("<tr>") == len(model.layers) + 2 and "text-align: right" in html

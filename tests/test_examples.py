@@ -140,13 +140,21 @@ def _quick(module_name, tmp_path, *extra, n_train=256):
     out = tmp_path / module_name
     results = module.main(["--quick", "--out", str(out), "--verbose", "0", *extra])
     on_disk = json.loads((out / "results.json").read_text())
+    history = json.loads((out / "history.json").read_text())
     for key in ("test_accuracy", "params", "last_rf", "input_size", "epoch_seconds",
                 "images_per_second", "peak_memory_bytes", "estimated_memory_bytes"):
         assert key in on_disk, key
     assert on_disk["synthetic"] is True and on_disk["n_train"] == n_train and on_disk["n_test"] == 128
+    # the estimate comes from RFCallback's logs and agrees with estimate_memory's breakdown
+    assert on_disk["estimated_memory_bytes"] == on_disk["estimated_memory"]["total_bytes"] > 0
+    assert history["estimated_memory_bytes"] == [float(on_disk["estimated_memory_bytes"])]
+    if keras.backend.backend() == "jax":  # XLA's analysis of the compiled step, even on CPU
+        assert on_disk["peak_memory_bytes"] > 0
+        assert on_disk["peak_memory_method"] == "xla_memory_analysis"
+    elif on_disk["peak_memory_bytes"] is None:  # nothing to measure: null, and why
+        assert "GPU" in on_disk["peak_memory_method"] or "CPU" in on_disk["peak_memory_method"]
     assert 0.0 <= on_disk["test_accuracy"] <= 1.0
     assert on_disk["epoch_seconds"] > 0 and on_disk["images_per_second"] > 0
-    history = json.loads((out / "history.json").read_text())
     assert len(history["loss"]) == 1 and "val_accuracy" in history
     assert (out / "rf_summary.txt").read_text().startswith("Model:")
     assert (out / "history.csv").exists()
