@@ -169,10 +169,8 @@ def case_in_subprocess(model_name, batch, optimizer, mixed=None):
             "error": (out.stderr.strip().splitlines() or ["?"])[-1]}
 
 
-def largest_batch_by_measurement(model, budget, optimizer="adam", limit=1 << 14):
-    """Largest batch whose measured peak fits ``budget`` (bisection on the analysis)."""
-    def fits(b):
-        return keras_rf.measure_memory(model, b, optimizer=optimizer, run=False).peak_bytes <= budget
+def largest_fitting_batch(fits, limit=1 << 14):
+    """Largest batch b with fits(b) (0 if none): doubling, then bisection."""
     if not fits(1):
         return 0
     lo, hi = 1, 2
@@ -184,24 +182,22 @@ def largest_batch_by_measurement(model, budget, optimizer="adam", limit=1 << 14)
     return lo
 
 
-def largest_batch_by_running(model_name, optimizer="adam", limit=1 << 14):
+def largest_batch_by_measurement(model, budget, optimizer="adam"):
+    """Largest batch whose measured peak (XLA's compiled analysis) fits ``budget``."""
+    return largest_fitting_batch(lambda b: keras_rf.measure_memory(
+        model, b, optimizer=optimizer, run=False).peak_bytes <= budget)
+
+
+def largest_batch_by_running(model_name, optimizer="adam"):
     """On a GPU: the largest batch whose real step runs (each try in a fresh process)."""
-    def fits(b):
+    def runs(b):
         code = ("import sys; sys.argv=['x']; import memory_calibration as mc\n"
                 f"m=mc.MODELS[{model_name!r}][0]()\n"
                 f"r=mc.keras_rf.measure_memory(m,{b},optimizer={optimizer!r})\n"
                 "print('OK', r.peak_bytes)")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=HERE)
         return "OK" in out.stdout
-    if not fits(1):
-        return 0
-    lo, hi = 1, 2
-    while hi <= limit and fits(hi):
-        lo, hi = hi, hi * 2
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    return lo
+    return largest_fitting_batch(runs)
 
 
 def machine() -> str:

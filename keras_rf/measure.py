@@ -325,17 +325,13 @@ def measure_memory(model, batch_size: int, optimizer="adam", loss=None,
     backend = keras.backend.backend()
     if backend == "jax":
         return _measure_jax(model, batch_size, optimizer, loss, input_shape, run)
-    if backend == "torch":
-        peak, reason = _measure_torch(model, batch_size, optimizer, loss, input_shape) if run \
-            else (None, "run=False: torch can only measure a step that runs")
-        device = "cuda:0" if peak is not None else "cpu"
-        return MemoryMeasurement(peak, "torch.cuda.max_memory_allocated" if peak is not None
-                                 else "none", backend, device, batch_size, reason)
-    if backend == "tensorflow":
-        peak, reason = _measure_tensorflow(model, batch_size, optimizer, loss, input_shape) if run \
-            else (None, "run=False: TensorFlow can only measure a step that runs")
-        device = "GPU:0" if peak is not None else "CPU"
-        return MemoryMeasurement(peak, "tf.config.experimental.get_memory_info" if peak is not None
-                                 else "none", backend, device, batch_size, reason)
+    steps = {"torch": (_measure_torch, "torch.cuda.max_memory_allocated", "cuda:0"),
+             "tensorflow": (_measure_tensorflow, "tf.config.experimental.get_memory_info", "GPU:0")}
+    if backend in steps:
+        measure, method, device = steps[backend]
+        peak, reason = (measure(model, batch_size, optimizer, loss, input_shape) if run else
+                        (None, f"run=False: the {backend} backend can only measure a step that runs"))
+        return MemoryMeasurement(peak, method if peak is not None else "none", backend,
+                                 device if peak is not None else "cpu", batch_size, reason)
     return MemoryMeasurement(None, "none", backend, "?", batch_size,
                              f"no memory measurement for the {backend} backend")
