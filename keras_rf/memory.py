@@ -597,9 +597,13 @@ class _Plan:
                     # XLA (CPU) lays each convolution kernel out again for the input
                     # gradient; the copies are made at the start of the step
                     self._keep(("kernel", i), i, 0.0, self.vbytes(kernel), produced_at=-1)
-                if cpu and "Depthwise" in cls and kernel is not None:
+                depthwise_kernel = getattr(op, "depthwise_kernel", None) \
+                    if ("Depthwise" in cls or "Separable" in cls) else None
+                if cpu and depthwise_kernel is not None:
                     # its weight gradient is computed as a dense (C_in x C_out) one and
-                    # masked: kh*kw*C_in*C_out, twice, whatever the batch
+                    # masked: kh*kw*C_in*C_out, twice, whatever the batch (the depthwise
+                    # half of a separable conv too)
+                    kernel = depthwise_kernel
                     shape = tuple(kernel.shape)
                     c_in = shape[-2]
                     node.fixed_workspace = _KEEP["depthwise_dense_grad"] * math.prod(shape) * c_in \
