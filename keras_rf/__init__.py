@@ -15,6 +15,7 @@ from keras_rf.memory import (TrainingMemory, UnknownOptimizerError, device_memor
 from keras_rf.planning import Plan, plan
 from keras_rf.plotting import draw_receptive_field
 from keras_rf.report import LayerInfo, Report
+from keras_rf.reshaping import with_input_shape
 from keras_rf.rules import LayerCall, Window, register_rule, unregister_rule
 from keras_rf.callback import RFCallback
 
@@ -59,4 +60,4 @@ __all__ = ["analyze", "rf_summary", "Report", "LayerInfo", "LayerCall", "Window"
            "draw_receptive_field", "effective_receptive_field", "EffectiveReceptiveField",
            "plan", "Plan", "estimate_memory", "max_batch_size", "TrainingMemory",
            "UnknownOptimizerError", "device_memory_bytes", "measure_memory",
-           "MemoryMeasurement", "RFCallback"]
+           "MemoryMeasurement", "RFCallback", "with_input_shape"]

@@ -13,6 +13,7 @@ from keras_rf import rules
 from keras_rf.geometry import AxisMap, TensorGeometry, unknown
 from keras_rf.graph import GraphCall, ModelGraph, build_graph
 from keras_rf.report import LayerInfo, Report
+from keras_rf.reshaping import needs_rebuild, with_input_shape
 
 _DTYPE_BYTES = {"bfloat16": 2, "float8_e4m3fn": 1, "float8_e5m2": 1, "bool": 1}
 
@@ -29,11 +30,14 @@ def analyze(model: keras.Model, batch_size: int = 1, input_shape: Optional[tuple
     """Receptive field, effective stride/padding and activation memory of every layer.
 
     Reads the model's graph only: nothing is computed on tensors. ``input_shape``
-    (with batch axis) is needed only for a Sequential or subclassed model that was
-    never built.
+    (with batch axis) builds a Sequential or subclassed model that was never built,
+    or gives concrete sizes to a model built with unknown ones (``(None, 224, 224, 3)``
+    for an ``Input((None, None, 3))``; see :func:`keras_rf.with_input_shape`).
     """
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if needs_rebuild(model, input_shape):
+        model, input_shape = with_input_shape(model, [input_shape[1:]])
     graph = build_graph(model, input_shape)
     geometries = _propagate(graph)
     input_names = graph.input_names

@@ -364,76 +364,13 @@ def _explain_load_error(file: Path, exc: Exception) -> str:
 # ---------------------------------------------------------------------------
 
 def with_input_shape(model, shapes: Sequence[tuple], custom_objects: Optional[dict] = None):
-    """Rebuild a Functional/Sequential ``model`` with inputs of the given shapes (no batch
-    axis), keeping its weights. Returns (model, input_shape for analyze or None).
-
-    A subclassed model is left as it is: the shape is returned for ``analyze`` to trace it.
-    """
-    import keras
-    from keras.src.models.functional import Functional
-
-    old = [tuple(t.shape) for t in model.inputs] if _has_inputs(model) else None
-    if old is None or not isinstance(model, (Functional, keras.Sequential)):
-        if len(shapes) != 1:
-            raise CLIError(f"--input-shape given {len(shapes)} times for a model whose inputs are "
-                           "unknown; give it once")
-        return model, (None,) + tuple(shapes[0])
-    if len(shapes) != len(old):
-        raise CLIError(f"--input-shape given {len(shapes)} times, but the model has {len(old)} "
-                       f"inputs: {', '.join(str(s) for s in old)}")
-    new = []
-    for given, before in zip(shapes, old):
-        if len(given) != len(before) - 1:
-            raise CLIError(f"--input-shape {','.join(map(str, given))} has {len(given)} sizes, but "
-                           f"the model's input {before} has {len(before) - 1} (without the batch axis)")
-        clash = [(g, b) for g, b in zip(given, before[1:]) if b is not None and g != b]
-        if clash:
-            raise CLIError(f"--input-shape {','.join(map(str, given))} does not match the model's "
-                           f"input {before}: only the unknown (None) sizes can be set")
-        new.append((before[0],) + tuple(given))
-    if new == old:
-        return model, None
-    config = keras.saving.serialize_keras_object(model)
-    _set_input_shapes(config, new, isinstance(model, keras.Sequential))
+    """--input-shape: :func:`keras_rf.reshaping.with_input_shape` with one-line errors.
+    Returns (model, input_shape for analyze or None)."""
+    from keras_rf.reshaping import with_input_shape as rebuild
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            rebuilt = keras.saving.deserialize_keras_object(config, custom_objects=custom_objects)
-            rebuilt.set_weights(model.get_weights())
-    except Exception as exc:  # noqa: BLE001
-        raise CLIError(f"could not rebuild the model with --input-shape: "
-                       f"{type(exc).__name__}: {str(exc).splitlines()[0][:400]}") from None
-    return rebuilt, None
-
-
-def _has_inputs(model) -> bool:
-    try:
-        return bool(model.inputs)
-    except (AttributeError, ValueError):
-        return False
-
-
-def _set_input_shapes(serialized: dict, shapes: list[tuple], sequential: bool) -> None:
-    config = serialized["config"]
-    layer_configs = config["layers"]
-    if sequential:
-        shape = list(shapes[0])
-        if "build_input_shape" in config and config["build_input_shape"] is not None:
-            config["build_input_shape"] = shape
-        first = layer_configs[0]["config"]
-        if layer_configs[0]["class_name"] == "InputLayer":
-            first["batch_shape"] = shape
-            first.pop("batch_input_shape", None)
-        elif "batch_shape" in first:
-            first["batch_shape"] = shape
-        return
-    by_name = {layer["config"]["name"]: layer for layer in layer_configs}
-    input_layers = config["input_layers"]
-    if input_layers and not isinstance(input_layers[0], (list, tuple)):
-        input_layers = [input_layers]  # a single input is stored unwrapped
-    for (name, *_), shape in zip(input_layers, shapes):
-        by_name[name]["config"]["batch_shape"] = list(shape)
-        by_name[name]["config"].pop("batch_input_shape", None)
+        return rebuild(model, shapes, custom_objects)
+    except ValueError as exc:
+        raise CLIError(f"--input-shape: {exc}") from None
 
 
 if __name__ == "__main__":

@@ -320,8 +320,11 @@ def measure_memory(model, batch_size: int, optimizer="adam", loss=None,
     squared error against zero targets shaped like the outputs).
     """
     from keras_rf.memory import _check_batch, _check_model
+    from keras_rf.reshaping import needs_rebuild, with_input_shape
     _check_batch(batch_size)
     _check_model(model)
+    if needs_rebuild(model, input_shape):
+        model, input_shape = with_input_shape(model, [input_shape[1:]])
     backend = keras.backend.backend()
     if backend == "jax":
         return _measure_jax(model, batch_size, optimizer, loss, input_shape, run)

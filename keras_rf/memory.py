@@ -31,6 +31,7 @@ import keras
 
 from keras_rf.analysis import analyze, dtype_size
 from keras_rf.graph import build_graph
+from keras_rf.reshaping import needs_rebuild, with_input_shape
 
 __all__ = ["TrainingMemory", "estimate_memory", "max_batch_size", "optimizer_slots",
            "device_memory_bytes", "UnknownOptimizerError", "OPTIMIZER_SLOTS"]
@@ -419,6 +420,8 @@ class _Plan:
     def __init__(self, model, optimizer="adam", mixed_precision=None, input_shape=None,
                  device=None, compiled=None):
         _check_model(model)
+        if needs_rebuild(model, input_shape):
+            model, input_shape = with_input_shape(model, [input_shape[1:]])
         self.device = _resolve_device(device)
         backend = keras.backend.backend()
         # XLA compiles the step on JAX (and TensorFlow's default jit_compile);

@@ -365,3 +365,20 @@ def test_markdown_keeps_title_and_footer_out_of_the_table():
     assert any("3x3 on a 10x10 input" in b for b in blocks)
     html = keras_rf.analyze(model)._repr_html_()
     assert html.count("<tr>") == len(model.layers) + 2 and "text-align: right" in html
+
+
+def test_input_shape_gives_sizes_to_a_model_built_with_unknown_ones():
+    x = inputs = keras.Input((None, None, 3))
+    x = layers.Conv2D(4, 3, strides=2, padding="same", name="c1")(x)
+    model = keras.Model(inputs, layers.Conv2D(2, 3, name="c2")(x))
+    unknown = analyze(model, batch_size=2)
+    assert unknown.total_activation_bytes is None
+    assert unknown.layer("c2").receptive_field == (7, 7)
+    known = analyze(model, batch_size=2, input_shape=(None, 16, 16, 3))
+    assert known.layer("c2").output_shape == (None, 6, 6, 2)
+    assert known.layer("c2").receptive_field == (7, 7)
+    assert known.layer("c2").activation_bytes == 2 * 6 * 6 * 2 * 4
+    assert model.inputs[0].shape == (None, None, None, 3)  # the user's model is left alone
+    with pytest.raises(ValueError, match="only the unknown"):
+        keras_rf.with_input_shape(keras.Sequential([keras.Input((8, 8, 3)), layers.Conv2D(1, 3)]),
+                                  [(16, 16, 3)])

@@ -155,6 +155,11 @@ def test_clear_errors():
         estimate_memory(unbuilt, 1)
     with pytest.raises(TypeError):
         estimate_memory("model.keras", 1)
+    fully_convolutional = keras.Sequential([keras.Input((None, None, 3)), layers.Conv2D(4, 3)])
+    with pytest.raises(ValueError, match="input_shape"):
+        estimate_memory(fully_convolutional, 1)
+    assert estimate_memory(fully_convolutional, 2, input_shape=(None, 16, 16, 3)).total_bytes \
+        > estimate_memory(fully_convolutional, 2, input_shape=(None, 8, 8, 3)).total_bytes
     if keras_rf.device_memory_bytes() is None:
         with pytest.raises(ValueError, match="memory_bytes is required"):
             max_batch_size(model)
