@@ -600,8 +600,12 @@ class _Plan:
                     # XLA (CPU) lays each convolution kernel out again for the input
                     # gradient; the copies are made at the start of the step
                     self._keep(("kernel", i), i, 0.0, self.vbytes(kernel), produced_at=-1)
-                depthwise_kernel = getattr(op, "depthwise_kernel", None) \
-                    if ("Depthwise" in cls or "Separable" in cls) else None
+                # DepthwiseConv*D calls its kernel `kernel`, SeparableConv*D `depthwise_kernel`
+                depthwise_kernel = None
+                if "Depthwise" in cls or "Separable" in cls:
+                    depthwise_kernel = getattr(op, "depthwise_kernel", None)
+                    if depthwise_kernel is None:
+                        depthwise_kernel = getattr(op, "kernel", None)
                 if cpu and depthwise_kernel is not None:
                     # its weight gradient is computed as a dense (C_in x C_out) one and
                     # masked: kh*kw*C_in*C_out, twice, whatever the batch (the depthwise
@@ -731,7 +735,12 @@ class _Plan:
                 wgrad = self.update_buffers * node.params_bytes * getattr(node, "grad_in_flight", True)
             else:  # eager: every weight gradient stays until the optimizer step
                 wgrad = sum(m.params_bytes for m in self.nodes if m.index >= i)
-            lines.append((f"backward {node.name}", saved_fx + node.fixed_workspace, saved_ps,
+            if node.fixed_workspace:
+                # a batch-independent buffer (XLA-CPU's dense depthwise weight gradient)
+                # is not alive together with the per-sample workspace of the same step
+                lines.append((f"backward {node.name} (weight gradient)",
+                              saved_fx + node.fixed_workspace, saved_ps, flowing, wgrad))
+            lines.append((f"backward {node.name}", saved_fx, saved_ps,
                           flowing + node.workspace, wgrad))
         if not self.compiled:
             largest = max((m.params_bytes for m in self.nodes), default=0)

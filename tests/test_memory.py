@@ -208,9 +208,30 @@ def depthwise_upsample(shape=(32, 32, 3)):
     return keras.Model(inputs, layers.Conv2D(1, 1)(x))
 
 
+def wide_separable(shape=(8, 8, 160)):
+    """Wide separable convs: at small batches XLA's (CPU) dense weight gradient of each
+    depthwise kernel, kh*kw*C*C, dominates the step."""
+    x = inputs = keras.Input(shape)
+    for _ in range(3):
+        x = layers.SeparableConv2D(160, 3, padding="same")(x)
+        x = layers.Activation("relu")(layers.BatchNormalization()(x))
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, layers.Dense(10)(x))
+
+
+def wide_depthwise_then_separable(shape=(8, 8, 192)):
+    x = inputs = keras.Input(shape)
+    x = layers.ReLU()(layers.DepthwiseConv2D(3, padding="same")(x))
+    x = layers.SeparableConv2D(192, 3, padding="same", activation="relu")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, layers.Dense(10)(x))
+
+
 @jax_only
-@pytest.mark.parametrize("build", [small_cnn, residual, separable_1d, depthwise_upsample],
-                         ids=["small_cnn", "residual", "separable_1d", "depthwise_upsample"])
+@pytest.mark.parametrize("build", [small_cnn, residual, separable_1d, depthwise_upsample,
+                                   wide_separable],
+                         ids=["small_cnn", "residual", "separable_1d", "depthwise_upsample",
+                              "wide_separable"])
 @pytest.mark.parametrize("batch,optimizer", [(1, "adam"), (8, "sgd"), (64, "rmsprop")])
 def test_estimate_within_15_percent_of_the_compiled_step(build, batch, optimizer):
     model = build()
@@ -223,6 +244,17 @@ def test_estimate_within_15_percent_of_the_compiled_step(build, batch, optimizer
     else:
         # steps of a few hundred KiB: XLA's buffer reuse varies more (README, Memory)
         assert 0.8 <= ratio <= 1.25, (estimate.total_bytes, measured.peak_bytes)
+
+
+@jax_only
+@pytest.mark.xfail(strict=True, reason="known limit (README): with a depthwise and a separable "
+                   "conv this wide, XLA schedules the dense depthwise weight gradients apart from "
+                   "the activations at batch 8; the estimate is ~1.4x the compiled peak there")
+def test_wide_depthwise_at_a_small_batch():
+    model = wide_depthwise_then_separable()
+    estimate = estimate_memory(model, 8, optimizer="sgd")
+    measured = keras_rf.measure_memory(model, 8, optimizer="sgd")
+    assert 0.85 <= estimate.total_bytes / measured.peak_bytes <= 1.15
 
 
 @jax_only
