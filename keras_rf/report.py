@@ -141,9 +141,17 @@ class Report:
 
     @property
     def last_spatial_layer(self) -> Optional[LayerInfo]:
-        """The deepest layer that still has spatial axes (before Flatten / global pooling)."""
+        """The deepest layer that still has spatial axes (before Flatten / global pooling).
+
+        A layer whose units all see the whole input but keep the spatial axes (after a
+        squeeze-and-excite gate, attention over positions) counts: its field is the input.
+        """
+        rank = len(self.input_shapes[0]) if self.input_shapes else None
         for info in reversed(self.leaf_layers):
             if info.effective_stride is not None:
+                return info
+            if info.sees_whole_input and rank is not None and info.output_shapes \
+                    and len(info.output_shapes[0]) == rank:
                 return info
         return None
 

@@ -153,11 +153,11 @@ def test_vgg16_block5_pool_window_is_centred(application):
     assert info.window((6, 6)) == ((102, 313), (102, 313))
 
 
-@pytest.mark.xfail(strict=True, reason="Report.last_spatial_layer skips layers that see the whole "
-                   "input, so a squeeze-and-excite net's summary names the stem as its last "
-                   "spatial layer and says it does not cover the input")
 def test_squeeze_excite_net_covers_its_input(application):
+    """After the first squeeze-and-excite gate every unit sees the whole image; the
+    summary's last spatial layer is the top one, not the stem."""
     report = application("EfficientNetB0")[0]
     top = report.layer("top_activation")
     assert top.sees_whole_input and top.receptive_field == (224, 224)
+    assert report.last_spatial_layer.name == "top_activation"
     assert report.covers_input() is True
