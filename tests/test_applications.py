@@ -5,9 +5,9 @@ Convolutional Neural Networks", Distill 2019, table of common architectures):
 VGG16 212, ResNet-50 483, ResNet-101 1027, ResNet-152 1507, Inception-v3 1311,
 Inception-ResNet-v2 3039, MobileNet-v1 315, all with effective stride 32.
 
-Building the largest models takes most of the time, so by default a representative
-set (one or two per family) runs; the rest are marked ``slow`` and run with
-``pytest -m slow`` or KERAS_RF_SLOW=1.
+Every application runs by default (about 2 minutes on 2 cores, most of it building
+the largest models). The big ones are marked ``slow``: ``pytest -m "not slow"`` or
+KERAS_RF_FAST=1 keeps a representative set (one or two per family).
 """
 
 import gc
@@ -37,8 +37,7 @@ UNKNOWN_POSITION = "padding depends on an input length that is unknown"
 
 def _slow_enabled(config) -> bool:
     markexpr = (config.option.markexpr or "").replace(" ", "")
-    return os.environ.get("KERAS_RF_SLOW") == "1" or ("slow" in markexpr
-                                                      and "notslow" not in markexpr)
+    return os.environ.get("KERAS_RF_FAST") != "1" and "notslow" not in markexpr
 
 
 def _param(name):
@@ -57,7 +56,7 @@ def application(request):
 
     def report(name, **kwargs):
         if name not in FAST and not _slow_enabled(request.config):
-            pytest.skip(f"{name} is slow to build; run with -m slow or KERAS_RF_SLOW=1")
+            pytest.skip(f"{name} is slow to build; skipped by KERAS_RF_FAST=1 / -m 'not slow'")
         key = (name, tuple(sorted(kwargs.items())))
         if key not in _REPORTS:
             model = getattr(keras.applications, name)(weights=None, **kwargs)
