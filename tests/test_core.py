@@ -59,12 +59,8 @@ def test_activation_bytes_is_batch_times_shape_times_dtype(batch):
     assert report.activation_bytes_per_sample * batch == report.total_activation_bytes
 
 
-def test_mixed_precision_uses_the_compute_dtype():
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        model = small_cnn()
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+def test_mixed_precision_uses_the_compute_dtype(built_under_policy):
+    model = built_under_policy("mixed_float16", small_cnn)
     report = analyze(model, batch_size=3)
     c1 = report.layer("c1")
     assert c1.dtype == "float16"

@@ -101,12 +101,8 @@ def test_mixed_precision_halves_activations_not_weights():
     assert "mixed_bfloat16" in str(half)
 
 
-def test_model_built_under_a_mixed_policy_is_read_from_its_layers():
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        model = small_cnn()
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+def test_model_built_under_a_mixed_policy_is_read_from_its_layers(built_under_policy):
+    model = built_under_policy("mixed_float16", small_cnn)
     assert estimate_memory(model, 64, device="gpu").activations_bytes < \
         0.6 * estimate_memory(small_cnn(), 64, device="gpu").activations_bytes
 
