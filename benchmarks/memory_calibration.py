@@ -17,7 +17,8 @@ is compared with ``max_batch_size``.
     python benchmarks/memory_calibration.py --out benchmarks/results/memory_calibration.md
 
 Held-out models (UNet, causal Conv1D + LayerNorm, VGG with a Dense head,
-EfficientNetB0, DenseNet121) were not used to set the estimator's constants.
+EfficientNetB0, DenseNet121) were not used to fit the estimator's per-layer constants,
+except LayerNorm's (a compromise between the causal Conv1D model and a test model).
 """
 
 from __future__ import annotations
