@@ -27,7 +27,7 @@ DEFAULTS = dict(epochs=15, batch_size=128, lr=0.01, optimizer="adam", weight_dec
 
 def main(argv=None) -> dict:
     parser = common.make_parser(__doc__.splitlines()[0], datasets=["mnist", "fashion_mnist"],
-                                models=["mnist_8k", "mnist_20k"], defaults=DEFAULTS)
+                                models=["mnist_8k", "mnist_8k_rf28", "mnist_20k"], defaults=DEFAULTS)
     args = common.finish_args(parser.parse_args(argv))
     return common.run(args, augment="affine", argv=argv)
 

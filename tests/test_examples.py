@@ -34,6 +34,7 @@ def test_notes_400_is_the_seed_architecture():
 
 @pytest.mark.parametrize("name, budget, last_rf, input_size", [
     ("mnist_8k", 8_000, (20, 20), (28, 28)),
+    ("mnist_8k_rf28", 8_000, (28, 28), (28, 28)),
     ("mnist_20k", 20_000, (20, 20), (28, 28)),
     ("cifar10_200k", 200_000, (76, 76), (32, 32)),
 ])
