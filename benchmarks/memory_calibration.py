@@ -307,7 +307,7 @@ def main(argv=None):
         if backend == "jax":
             import jax
             versions += f" (jax {jax.__version__})"
-        lines = [f"# Memory calibration: estimate vs measured peak of one training step", "",
+        lines = ["# Memory calibration: estimate vs measured peak of one training step", "",
                  f"Run {stamp} on {machine()}; {versions}.",
                  f"Command: `KERAS_BACKEND={backend} python benchmarks/memory_calibration.py"
                  f"{' --quick' if args.quick else ''} --out {args.out}`", "",

@@ -45,21 +45,13 @@ def seed_architecture() -> keras.Model:
 # The builder
 # ---------------------------------------------------------------------------
 
-def _per_block(value, n_blocks: int, what: str) -> list:
-    """A scalar applies to every block; a list/tuple gives one entry per block."""
+def _one_per(value, n: int, what: str, unit: str) -> list:
+    """A scalar applies to all ``n``; a list/tuple gives one entry per ``unit``."""
     if isinstance(value, (list, tuple)):
-        if len(value) != n_blocks:
-            raise ValueError(f"{what}: expected {n_blocks} entries (one per block), got {len(value)}")
+        if len(value) != n:
+            raise ValueError(f"{what}: expected {n} entries (one per {unit}), got {len(value)}")
         return list(value)
-    return [value] * n_blocks
-
-
-def _per_conv(value, n_convs: int, what: str) -> list:
-    if isinstance(value, (list, tuple)):
-        if len(value) != n_convs:
-            raise ValueError(f"{what}: expected {n_convs} entries (one per conv), got {len(value)}")
-        return list(value)
-    return [value] * n_convs
+    return [value] * n
 
 
 def conv_block_net(
@@ -125,12 +117,12 @@ def conv_block_net(
     if head == "gap_dense" and not num_classes:
         raise ValueError("head='gap_dense' needs num_classes")
 
-    cpb = _per_block(convs_per_block, n_blocks, "convs_per_block")
+    cpb = _one_per(convs_per_block, n_blocks, "convs_per_block", "block")
     widths_per_block: list[list[int]] = []
     for spec, n in zip(blocks, cpb):
         widths_per_block.append([int(spec)] * int(n) if isinstance(spec, int) else [int(w) for w in spec])
-    sep_blocks = _per_block(separable, n_blocks, "separable")
-    dil_blocks = _per_block(dilation, n_blocks, "dilation")
+    sep_blocks = _one_per(separable, n_blocks, "separable", "block")
+    dil_blocks = _one_per(dilation, n_blocks, "dilation", "block")
 
     def unit(x, filters, kernel, prefix, *, sep=False, dil=1, act=True):
         conv_cls = layers.SeparableConv2D if sep else layers.Conv2D
@@ -148,8 +140,8 @@ def conv_block_net(
     x = inputs = keras.Input(tuple(input_shape), name="image")
     last_block = n_blocks - 1
     for b, widths in enumerate(widths_per_block):
-        seps = _per_conv(sep_blocks[b], len(widths), f"separable[{b}]")
-        dils = _per_conv(dil_blocks[b], len(widths), f"dilation[{b}]")
+        seps = _one_per(sep_blocks[b], len(widths), f"separable[{b}]", "conv")
+        dils = _one_per(dil_blocks[b], len(widths), f"dilation[{b}]", "conv")
         for i, (w, sep, dil) in enumerate(zip(widths, seps, dils)):
             prefix = f"block{b + 1}_{'sepconv' if sep else 'conv'}{i + 1}"
             x = unit(x, w, kernel_size, prefix, sep=bool(sep), dil=int(dil))

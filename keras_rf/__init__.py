@@ -9,8 +9,8 @@ from keras_rf import rules
 from keras_rf.analysis import analyze
 from keras_rf.erf import EffectiveReceptiveField, effective_receptive_field
 from keras_rf.graph import ModelNotReadyError
-from keras_rf.measure import MemoryMeasurement, measure_memory
-from keras_rf.memory import (TrainingMemory, UnknownOptimizerError, device_memory_bytes,
+from keras_rf.measure import MemoryMeasurement, device_memory_bytes, measure_memory
+from keras_rf.memory import (TrainingMemory, UnknownOptimizerError,
                              estimate_memory, max_batch_size)
 from keras_rf.planning import Plan, plan
 from keras_rf.plotting import draw_receptive_field

@@ -34,11 +34,21 @@ def analyze(model: keras.Model, batch_size: int = 1, input_shape: Optional[tuple
     or gives concrete sizes to a model built with unknown ones (``(None, 224, 224, 3)``
     for an ``Input((None, None, 3))``; see :func:`keras_rf.with_input_shape`).
     """
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_batch_size(batch_size)
     if needs_rebuild(model, input_shape):
         model, input_shape = with_input_shape(model, [input_shape[1:]])
-    graph = build_graph(model, input_shape)
+    return analyze_graph(model, build_graph(model, input_shape), batch_size)
+
+
+def check_batch_size(batch_size) -> None:
+    """ValueError unless ``batch_size`` is a positive int (bool excluded)."""
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+def analyze_graph(model: keras.Model, graph: ModelGraph, batch_size: int) -> Report:
+    """:func:`analyze` on a graph already built by :func:`keras_rf.graph.build_graph`
+    (for callers that walk the same graph themselves, as the memory estimate does)."""
     geometries = _propagate(graph)
     input_names = graph.input_names
     spatial_sizes = [_spatial_size(geometries[key][i], shape)

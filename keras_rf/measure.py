@@ -19,7 +19,6 @@ A step that runs changes nothing: weights are restored afterwards.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -27,7 +26,7 @@ import keras
 import numpy as np
 
 __all__ = ["MemoryMeasurement", "measure_memory", "reset_peak_memory", "read_peak_memory",
-           "gpu_available"]
+           "gpu_available", "device_memory_bytes"]
 
 
 @dataclass
@@ -104,12 +103,17 @@ def _pack(values):
     return values[0] if len(values) == 1 else list(values)
 
 
+def _jax_gpus() -> list:
+    import jax
+    return [d for d in jax.devices() if d.platform in ("gpu", "cuda", "rocm")]
+
+
 def gpu_available(backend: Optional[str] = None) -> bool:
+    """Whether the backend (default: the current one) sees a GPU."""
     backend = backend or keras.backend.backend()
     try:
         if backend == "jax":
-            import jax
-            return any(d.platform in ("gpu", "cuda", "rocm") for d in jax.devices())
+            return bool(_jax_gpus())
         if backend == "torch":
             import torch
             return torch.cuda.is_available()
@@ -153,12 +157,45 @@ def read_peak_memory(backend: Optional[str] = None) -> Optional[int]:
             import tensorflow as tf
             return int(tf.config.experimental.get_memory_info("GPU:0")["peak"])
         if backend == "jax":
-            import jax
-            dev = next(d for d in jax.devices() if d.platform in ("gpu", "cuda", "rocm"))
-            return int((dev.memory_stats() or {}).get("peak_bytes_in_use", 0)) or None
+            stats = _jax_gpus()[0].memory_stats() or {}
+            return int(stats.get("peak_bytes_in_use", 0)) or None
     except Exception:  # noqa: BLE001
         return None
     return None
+
+
+def device_memory_bytes(backend: Optional[str] = None) -> Optional[int]:
+    """Memory of the first visible GPU (what the backend may use on it), or None."""
+    backend = backend or keras.backend.backend()
+    if not gpu_available(backend):
+        return None
+    try:
+        if backend == "jax":
+            stats = _jax_gpus()[0].memory_stats() or {}
+            return int(stats.get("bytes_limit") or stats.get("bytes_reservable_limit") or 0) or None
+        if backend == "torch":
+            import torch
+            return int(torch.cuda.get_device_properties(0).total_memory)
+        if backend == "tensorflow":
+            return _nvidia_smi_total()
+    except Exception:  # noqa: BLE001 - no device information
+        return None
+    return None
+
+
+def _nvidia_smi_total() -> Optional[int]:
+    """TensorFlow has no total-memory query: ask nvidia-smi."""
+    import shutil
+    import subprocess
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return None
+    try:
+        out = subprocess.run([exe, "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10).stdout
+        return int(float(out.splitlines()[0])) * 1024 * 1024
+    except Exception:  # noqa: BLE001
+        return None
 
 
 # ---------------------------------------------------------------------------
@@ -319,9 +356,10 @@ def measure_memory(model, batch_size: int, optimizer="adam", loss=None,
     optimizer and weights are not changed). ``loss``: a Keras loss (default mean
     squared error against zero targets shaped like the outputs).
     """
-    from keras_rf.memory import _check_batch, _check_model
+    from keras_rf.analysis import check_batch_size
+    from keras_rf.memory import _check_model
     from keras_rf.reshaping import needs_rebuild, with_input_shape
-    _check_batch(batch_size)
+    check_batch_size(batch_size)
     _check_model(model)
     if needs_rebuild(model, input_shape):
         model, input_shape = with_input_shape(model, [input_shape[1:]])

@@ -23,14 +23,14 @@ none depends on a particular model.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import keras
 
-from keras_rf.analysis import analyze, dtype_size
+from keras_rf.analysis import analyze_graph, check_batch_size, dtype_size
 from keras_rf.graph import build_graph
+from keras_rf.measure import device_memory_bytes, gpu_available
 from keras_rf.reshaping import needs_rebuild, with_input_shape
 
 __all__ = ["TrainingMemory", "estimate_memory", "max_batch_size", "optimizer_slots",
@@ -380,7 +380,6 @@ def _resolve_device(device: Optional[str]) -> str:
     """'cpu' or 'gpu': the device the step will run on (default: what the current
     backend sees: a GPU if one is visible)."""
     if device is None:
-        from keras_rf.measure import gpu_available
         return "gpu" if gpu_available() else "cpu"
     name = str(device).lower().split(":")[0]
     if name in ("gpu", "cuda", "rocm"):
@@ -405,11 +404,6 @@ def _check_model(model):
             "(model.build(input_shape) or call it on a batch) before estimating memory.")
 
 
-def _check_batch(batch_size):
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-
-
 class _Plan:
     """Everything of the estimate that does not depend on the batch size.
 
@@ -428,11 +422,8 @@ class _Plan:
         # torch runs it eagerly: no fusion, gradients all held until the update
         self.compiled = (backend != "torch") if compiled is None else bool(compiled)
         self.model = model
-        report = analyze(model, batch_size=1, input_shape=input_shape)
         graph = build_graph(model, input_shape)
-        if len(report.layers) != len(graph.calls) or any(
-                i.name != c.operation.name for i, c in zip(report.layers, graph.calls)):
-            raise RuntimeError("keras_rf internal error: analysis rows do not match graph calls")
+        report = analyze_graph(model, graph, batch_size=1)  # one row per graph call
         self.itemsize = _compute_itemsize(mixed_precision)
         self.policy = mixed_precision or _model_policy(model)
         self.output_sum_per_sample = report.total_activation_bytes
@@ -709,7 +700,6 @@ class _Plan:
     # -- replay -----------------------------------------------------------------
     def _replay(self):
         """[(label, fixed bytes, per-sample saved, per-sample transient, fixed parts)]."""
-        n = self.n
         items = list(self.kept.items())
         grads = self._gradient_buffers()
         live_fwd = [t for t in self.tensors.values()
@@ -838,14 +828,6 @@ class _FakeVar:
         self.dtype = dtype
 
 
-def _last_dim(op, which):
-    try:
-        shape = op.input.shape if which == "in" else op.output.shape
-        return shape[-1]
-    except Exception:  # noqa: BLE001
-        return None
-
-
 def estimate_memory(model, batch_size: int, optimizer="adam", mixed_precision: Optional[str] = None,
                     input_shape: Optional[tuple] = None, device: Optional[str] = None,
                     compiled: Optional[bool] = None,
@@ -870,51 +852,12 @@ def estimate_memory(model, batch_size: int, optimizer="adam", mixed_precision: O
     Raises ValueError for ``batch_size < 1``, UnknownOptimizerError for an
     optimizer name Keras does not have, ModelNotReadyError for a model that is not built.
     """
-    _check_batch(batch_size)
+    check_batch_size(batch_size)
     plan = _Plan(model, optimizer, mixed_precision, input_shape, device, compiled)
     result = plan.estimate(batch_size)
     result.per_sample_bytes = (result.total_bytes - result.fixed_bytes) / batch_size
     result.device_bytes = device_memory
     return result
-
-
-def device_memory_bytes() -> Optional[int]:
-    """Memory of the first visible GPU (what the current backend may use), or None."""
-    backend = keras.backend.backend()
-    try:
-        if backend == "jax":
-            import jax
-            gpus = [d for d in jax.devices() if d.platform in ("gpu", "cuda", "rocm")]
-            if gpus:
-                stats = gpus[0].memory_stats() or {}
-                return int(stats.get("bytes_limit") or stats.get("bytes_reservable_limit") or 0) or None
-            return None
-        if backend == "torch":
-            import torch
-            if torch.cuda.is_available():
-                return int(torch.cuda.get_device_properties(0).total_memory)
-            return None
-        if backend == "tensorflow":
-            import tensorflow as tf
-            if tf.config.list_physical_devices("GPU"):
-                return _nvidia_smi_total()
-    except Exception:  # noqa: BLE001 - no device information
-        return None
-    return None
-
-
-def _nvidia_smi_total() -> Optional[int]:
-    import shutil
-    import subprocess
-    exe = shutil.which("nvidia-smi")
-    if not exe:
-        return None
-    try:
-        out = subprocess.run([exe, "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=10).stdout
-        return int(float(out.splitlines()[0])) * 1024 * 1024
-    except Exception:  # noqa: BLE001
-        return None
 
 
 def max_batch_size(model, memory_bytes: Optional[int] = None, optimizer="adam",
